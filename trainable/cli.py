@@ -1,0 +1,49 @@
+"""Command-line plumbing shared by every entry point: one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+USAGE_ERROR = 2
+
+
+class UserError(ValueError):
+    """Bad input from the user: a one-line message that names the value and the fix."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Return the exception types whose message is shown to the user as it is, without traceback."""
+    from trainable.checkpoint import CheckpointError
+    from trainable.config import ConfigError
+    from trainable.data import DataError
+    from trainable.presets import UnknownPresetError
+
+    return (UserError, ConfigError, DataError, CheckpointError, UnknownPresetError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line, with a pointer to --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None], argv=None) -> None:
+    """Run a CLI ``main``: user errors print one line to stderr and exit with status 2."""
+    setup_logging()
+    try:
+        code = main(argv)
+    except user_error_types() as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
