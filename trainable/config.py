@@ -15,6 +15,7 @@ from typing import Any
 DEPTHS = (18, 34, 50)
 STEMS = ("torchvision", "dilated", "cifar")
 SCHEDULERS = ("cosine", "plateau")
+AUGMENTATIONS = ("basic", "randaugment", "erasing")  # basic: random crop with padding + flip
 
 
 class ConfigError(ValueError):
@@ -46,11 +47,12 @@ class TrainConfig:
     plateau_cooldown: int = 0  # epochs after a reduction before counting resumes
     plateau_eps: float = 1e-8  # lr changes smaller than this are ignored
 
-    # augmentation, in any combination
-    crop_flip: bool = True  # random crop with zero padding + horizontal flip
-    randaugment_ops: int = 0  # RandAugment num_ops; 0 turns it off
+    # augmentation: "none", or any "+"-joined combination of AUGMENTATIONS;
+    # the parameters of an augmentation apply only when it is in the combination
+    augment: str = "basic"
+    randaugment_ops: int = 2  # RandAugment num_ops
     randaugment_magnitude: int = 9  # 0..30, the scale of torchvision's RandAugment
-    erasing_p: float = 0.0  # RandomErasing probability per image; 0 turns it off
+    erasing_p: float = 0.5  # RandomErasing probability per image
     erasing_scale_min: float = 0.02  # erased fraction of the image area
     erasing_scale_max: float = 0.33
 
@@ -77,6 +79,10 @@ class TrainConfig:
                 f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}"
             )
         return cls(**{key: _coerce(known[key], value) for key, value in values.items()})
+
+    @property
+    def augmentations(self) -> frozenset[str]:
+        return frozenset() if self.augment == "none" else frozenset(self.augment.split("+"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,9 +167,16 @@ def _problems(config: TrainConfig) -> list[str]:
     check(config.plateau_patience >= 0, "plateau_patience", "must be >= 0")
     check(config.plateau_cooldown >= 0, "plateau_cooldown", "must be >= 0")
     check(finite("plateau_eps") and config.plateau_eps >= 0, "plateau_eps", "must be >= 0")
-    check(0 <= config.randaugment_ops <= 14, "randaugment_ops", "must be in 0..14")
+    parts = config.augment.split("+") if isinstance(config.augment, str) else [None]
+    check(
+        config.augment == "none"
+        or (all(part in AUGMENTATIONS for part in parts) and len(set(parts)) == len(parts)),
+        "augment",
+        f"use none or a +-joined combination of {', '.join(AUGMENTATIONS)}",
+    )
+    check(1 <= config.randaugment_ops <= 14, "randaugment_ops", "must be in 1..14")
     check(0 <= config.randaugment_magnitude <= 30, "randaugment_magnitude", "must be in 0..30")
-    check(finite("erasing_p") and 0 <= config.erasing_p <= 1, "erasing_p", "must be in [0, 1]")
+    check(finite("erasing_p") and 0 < config.erasing_p <= 1, "erasing_p", "must be in (0, 1]")
     check(
         finite("erasing_scale_min") and 0 < config.erasing_scale_min <= config.erasing_scale_max,
         "erasing_scale_min",

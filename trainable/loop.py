@@ -99,17 +99,7 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
         self.mean, self.std = channel_statistics(data.images, data.train_idx)
-        self.augment = BatchAugment(
-            AugmentSpec(
-                crop_flip=config.crop_flip,
-                randaugment_ops=config.randaugment_ops,
-                randaugment_magnitude=config.randaugment_magnitude,
-                erasing_p=config.erasing_p,
-                erasing_scale=(config.erasing_scale_min, config.erasing_scale_max),
-            ),
-            self.mean,
-            self.std,
-        )
+        self.augment = BatchAugment(augment_spec(config), self.mean, self.std)
         self.images, self.labels = self._place_dataset()
 
     # data
@@ -329,6 +319,18 @@ def channel_statistics(images: np.ndarray, indices: np.ndarray) -> tuple[tuple, 
     std = sample.std(axis=0, dtype=np.float64) / 255.0
     std = np.maximum(std, 1e-3)  # a constant channel (grayscale images) must not divide by 0
     return tuple(float(x) for x in mean), tuple(float(x) for x in std)
+
+
+def augment_spec(config: TrainConfig) -> AugmentSpec:
+    """Translate the config's augmentation choice into the batched augmentation's spec."""
+    chosen = config.augmentations
+    return AugmentSpec(
+        crop_flip="basic" in chosen,
+        randaugment_ops=config.randaugment_ops if "randaugment" in chosen else 0,
+        randaugment_magnitude=config.randaugment_magnitude,
+        erasing_p=config.erasing_p if "erasing" in chosen else 0.0,
+        erasing_scale=(config.erasing_scale_min, config.erasing_scale_max),
+    )
 
 
 def _build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):

@@ -24,14 +24,15 @@ class Preset:
     kaggle_score: float | None = None  # test accuracy on Kaggle; None for stage-1 runs
 
 
-_NO_AUGMENT = {"crop_flip": False}
+_NO_AUGMENT = {"augment": "none"}
 _PLATEAU_STAGE1 = {"scheduler": "plateau", "plateau_eps": 0.0, "plateau_cooldown": 1}
 _PLATEAU_STAGE2 = {**_PLATEAU_STAGE1, "plateau_cooldown": 5, "plateau_factor": 0.3}
-_ERASING = {"erasing_p": 0.5}
-_RANDAUGMENT = {"randaugment_ops": 2, "randaugment_magnitude": 9}
+_ERASING = {"augment": "erasing", "erasing_p": 0.5}
+_RANDAUGMENT = {"augment": "randaugment", "randaugment_ops": 2, "randaugment_magnitude": 9}
+_BOTH = {"augment": "randaugment+erasing", "erasing_p": 0.5}
 # NOTE: the report says only "stronger RandAugment" for ResNet50 stage 2; 3 ops at magnitude 14
 # is a reading of it, not the report's number.
-_STRONG_RANDAUGMENT = {"randaugment_ops": 3, "randaugment_magnitude": 14}
+_STRONG_BOTH = {**_BOTH, "randaugment_ops": 3, "randaugment_magnitude": 14}
 
 
 def _config(**values) -> TrainConfig:
@@ -127,7 +128,6 @@ PRESETS: dict[str, Preset] = {
                 lr=0.01,
                 weight_decay=0.0,
                 scheduler="plateau",
-                **_NO_AUGMENT,
                 **_RANDAUGMENT,
             ),
             "ModResNet_v2 fine-tuned with RandAugment and ReduceLROnPlateau",
@@ -146,7 +146,6 @@ PRESETS: dict[str, Preset] = {
                 weight_decay=0.0001,
                 val_fraction=0.01,
                 **_PLATEAU_STAGE1,
-                **_NO_AUGMENT,
                 **_ERASING,
             ),
             "ResNet34, 3x3 stem, RandomErasing, 99:1 split, stage 1 of the champion",
@@ -163,9 +162,7 @@ PRESETS: dict[str, Preset] = {
                 weight_decay=0.0001,
                 val_fraction=0.01,
                 **_PLATEAU_STAGE2,
-                **_NO_AUGMENT,
-                **_ERASING,
-                **_RANDAUGMENT,
+                **_BOTH,
             ),
             "ResNet34_AUG fine-tuned with RandomErasing + RandAugment",
             stage1="resnet34_aug",
@@ -183,7 +180,6 @@ PRESETS: dict[str, Preset] = {
                 weight_decay=0.0001,
                 val_fraction=0.01,
                 **_PLATEAU_STAGE1,
-                **_NO_AUGMENT,
                 **_ERASING,
             ),
             "ResNet50, 3x3 stem, dropout 0.875 (256 kept features), RandomErasing",
@@ -200,9 +196,7 @@ PRESETS: dict[str, Preset] = {
                 weight_decay=0.0001,
                 val_fraction=0.01,
                 **_PLATEAU_STAGE2,
-                **_NO_AUGMENT,
-                **_ERASING,
-                **_STRONG_RANDAUGMENT,
+                **_STRONG_BOTH,
             ),
             "ResNet50 stage 1 fine-tuned with stronger RandAugment + RandomErasing",
             stage1="resnet50_stage1",
