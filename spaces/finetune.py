@@ -6,6 +6,7 @@ search varies what the report changed in stage 2: augmentation, learning rate an
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import optuna
@@ -15,31 +16,30 @@ from spaces.resnet_family import suggest_augmentation, suggest_scheduler
 
 # Stage 2 adds augmentation, so "none" is not offered.
 AUGMENT_CHOICES = ["basic", "randaugment", "erasing", "randaugment+erasing"]
-ARCHITECTURE = ("depth", "stem", "dropout")
+# Stage 2 keeps the architecture and the optimizer settings the report did not change.
+KEPT_FROM_STAGE1 = (
+    "depth", "stem", "dropout", "batch_size", "momentum", "weight_decay", "val_fraction",
+)  # fmt: skip
+
+
+def finetune(context: SpaceContext, trial: optuna.Trial) -> dict[str, Any]:
+    base = context.base.to_dict()
+    constants: dict[str, Any] = {
+        **{name: base[name] for name in KEPT_FROM_STAGE1},
+        "epochs": context.max_epochs,
+        "seed": context.seed,
+        "init_from": context.init_from,
+    }
+    trial.suggest_float("lr", 1e-4, 0.3, log=True)
+    suggest_scheduler(trial, constants)
+    suggest_augmentation(trial, AUGMENT_CHOICES)
+    return constants
 
 
 def define(context: SpaceContext) -> DefineByRun:
     if context.base is None or context.init_from is None:
         raise ValueError("the finetune space needs the stage-1 config and checkpoint")
-    base = context.base.to_dict()
-
-    def finetune(trial: optuna.Trial) -> dict[str, Any]:
-        constants: dict[str, Any] = {
-            **{name: base[name] for name in ARCHITECTURE},
-            "batch_size": base["batch_size"],
-            "momentum": base["momentum"],
-            "weight_decay": base["weight_decay"],
-            "val_fraction": base["val_fraction"],
-            "epochs": context.max_epochs,
-            "seed": context.seed,
-            "init_from": context.init_from,
-        }
-        trial.suggest_float("lr", 1e-4, 0.3, log=True)
-        suggest_scheduler(trial, constants)
-        suggest_augmentation(trial, AUGMENT_CHOICES)
-        return constants
-
-    return finetune
+    return functools.partial(finetune, context)  # picklable, for Ray's searcher checkpoints
 
 
 def initial_points(context: SpaceContext) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ report's, on the user's data and epoch budget.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import optuna
@@ -31,24 +32,24 @@ def runs() -> list[dict[str, Any]]:
     return [PRESETS[name].config.to_dict() for name in SINGLE_STAGE_RUNS]
 
 
-def define(context: SpaceContext) -> DefineByRun:
+def report(context: SpaceContext, trial: optuna.Trial) -> dict[str, Any]:
     report_runs = runs()
+    chosen: dict[str, Any] = {}
+    for name in _ORDERED:
+        if not parameter_applies(name, chosen):
+            continue
+        values = {run[name] for run in report_runs if parameter_applies(name, run)}
+        values = sorted(values, key=repr)
+        if len(values) == 1:
+            chosen[name] = values[0]
+        else:
+            chosen[name] = trial.suggest_categorical(name, values)
+    constants = {name: value for name, value in chosen.items() if name not in trial.params}
+    return {**constants, "epochs": context.max_epochs, "seed": context.seed}
 
-    def report(trial: optuna.Trial) -> dict[str, Any]:
-        chosen: dict[str, Any] = {}
-        for name in _ORDERED:
-            if not parameter_applies(name, chosen):
-                continue
-            values = {run[name] for run in report_runs if parameter_applies(name, run)}
-            values = sorted(values, key=repr)
-            if len(values) == 1:
-                chosen[name] = values[0]
-            else:
-                chosen[name] = trial.suggest_categorical(name, values)
-        constants = {name: value for name, value in chosen.items() if name not in trial.params}
-        return {**constants, "epochs": context.max_epochs, "seed": context.seed}
 
-    return report
+def define(context: SpaceContext) -> DefineByRun:
+    return functools.partial(report, context)  # picklable, for Ray's searcher checkpoints
 
 
 def initial_points(context: SpaceContext) -> list[dict[str, Any]]:

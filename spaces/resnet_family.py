@@ -5,6 +5,7 @@ Ranges contain every value the report used, so its runs can be evaluated first a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import optuna
@@ -70,18 +71,20 @@ SEARCHED = [
 ]  # fmt: skip
 
 
-def define(context: SpaceContext) -> DefineByRun:
-    def resnet_family(trial: optuna.Trial) -> dict[str, Any]:
-        constants: dict[str, Any] = {"epochs": context.max_epochs, "seed": context.seed}
-        trial.suggest_categorical("depth", list(DEPTHS))
-        trial.suggest_categorical("stem", list(STEMS))
-        trial.suggest_float("dropout", 0.0, 0.9)
-        suggest_optimizer(trial, constants)
-        suggest_scheduler(trial, constants)
-        suggest_augmentation(trial, AUGMENT_CHOICES)
-        return constants
+def resnet_family(context: SpaceContext, trial: optuna.Trial) -> dict[str, Any]:
+    constants: dict[str, Any] = {"epochs": context.max_epochs, "seed": context.seed}
+    trial.suggest_categorical("depth", list(DEPTHS))
+    trial.suggest_categorical("stem", list(STEMS))
+    trial.suggest_float("dropout", 0.0, 0.9)
+    suggest_optimizer(trial, constants)
+    suggest_scheduler(trial, constants)
+    suggest_augmentation(trial, AUGMENT_CHOICES)
+    return constants
 
-    return resnet_family
+
+def define(context: SpaceContext) -> DefineByRun:
+    # A partial of a module-level function pickles, as Ray's searcher checkpoints require.
+    return functools.partial(resnet_family, context)
 
 
 def initial_points(context: SpaceContext) -> list[dict[str, Any]]:

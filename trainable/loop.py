@@ -106,7 +106,7 @@ class Trainer:
 
     def _place_dataset(self) -> tuple[np.ndarray | torch.Tensor, torch.Tensor]:
         """Keep images on the host, or upload them once when the GPU has room."""
-        labels = torch.as_tensor(np.asarray(self.data.labels, dtype=np.int64))
+        labels = torch.tensor(np.asarray(self.data.labels, dtype=np.int64))  # a small copy
         if not self.on_cuda:
             return self.data.images, labels
         free_bytes, _ = torch.cuda.mem_get_info(self.device)

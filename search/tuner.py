@@ -1,0 +1,116 @@
+"""The Ray Tune experiment: OptunaSearch (seeded TPE) proposes configs, ASHA stops weak trials."""
+
+from __future__ import annotations
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search.options import Budget
+from spaces import SearchSpace, SpaceContext
+from trainable.data import Dataset
+from trainable.trial import train_trial
+
+METRIC = "val_acc"
+MODE = "max"
+TIME_ATTR = "epoch"  # one reported training iteration is one epoch
+
+
+def tpe_startup_trials(samples: int) -> int:
+    """Return how many random trials TPE runs before it models the results.
+
+    Optuna's default is 10, which would leave a 10-trial search without any TPE proposal.
+    """
+    return min(10, max(3, samples // 4))
+
+
+def build_searcher(space: SearchSpace, context: SpaceContext, samples: int) -> OptunaSearch:
+    sampler = optuna.samplers.TPESampler(
+        seed=context.seed,
+        multivariate=True,
+        group=True,  # conditional parameters (plateau_*, randaugment_*, erasing_*) form groups
+        n_startup_trials=tpe_startup_trials(samples),
+    )
+    return OptunaSearch(
+        space=space.define(context),
+        metric=METRIC,
+        mode=MODE,
+        sampler=sampler,
+        points_to_evaluate=space.initial_points(context),
+    )
+
+
+def build_scheduler(space: SearchSpace, budget: Budget) -> TrialScheduler:
+    if space.fixed_trials:
+        return FIFOScheduler()  # fixed trials are compared at the same budget
+    return ASHAScheduler(
+        time_attr=TIME_ATTR,
+        max_t=budget.max_epochs,
+        grace_period=budget.grace_period,
+        reduction_factor=budget.reduction_factor,
+    )
+
+
+def build_trainable(dataset: Dataset, cpus: float, gpus: float):
+    """Wrap the trial function with its resources and the dataset, put once in the object store."""
+    with_data = tune.with_parameters(
+        train_trial,
+        images=dataset.images,
+        labels=dataset.labels,
+        num_classes=dataset.num_classes,
+    )
+    return tune.with_resources(with_data, {"cpu": cpus, "gpu": gpus})
+
+
+def run_config(name: str, storage: str, max_failures: int) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        # Ray always keeps the newest checkpoint too, so resuming never loses an epoch.
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
+        ),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        verbose=1,
+    )
+
+
+def build_tuner(
+    *,
+    space: SearchSpace,
+    context: SpaceContext,
+    budget: Budget,
+    dataset: Dataset,
+    cpus: float,
+    gpus: float,
+    name: str,
+    storage: str,
+    max_concurrent: int | None,
+    time_budget: float | None,
+    max_failures: int,
+) -> tune.Tuner:
+    samples = len(space.initial_points(context)) if space.fixed_trials else budget.samples
+    return tune.Tuner(
+        build_trainable(dataset, cpus, gpus),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            search_alg=build_searcher(space, context, samples),
+            scheduler=build_scheduler(space, budget),
+            num_samples=samples,
+            max_concurrent_trials=max_concurrent,
+            time_budget_s=time_budget,
+        ),
+        run_config=run_config(name, storage, max_failures),
+    )
+
+
+def restore_tuner(path: str, dataset: Dataset, cpus: float, gpus: float) -> tune.Tuner:
+    """Continue an experiment: finished trials stay, searcher and scheduler state are restored."""
+    return tune.Tuner.restore(
+        path,
+        trainable=build_trainable(dataset, cpus, gpus),
+        resume_unfinished=True,
+        resume_errored=True,
+    )

@@ -1,0 +1,56 @@
+"""The Ray Tune function trainable: one trial of a search, reported to Tune every epoch.
+
+The search passes the decoded dataset with ``tune.with_parameters``, which puts each array into
+Ray's object store once per experiment. Every trial on a node then maps the same read-only shared
+memory, and the training loop gathers batches from it without copying the dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray import tune
+
+from trainable.config import TrainConfig
+from trainable.data import stratified_split
+from trainable.loop import TrainData, Trainer, fit
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def train_trial(
+    config: dict[str, Any], *, images: np.ndarray, labels: np.ndarray, num_classes: int
+) -> None:
+    """Validate the trial's config, train it with the one loop and report each epoch to Tune."""
+    train_config = TrainConfig.from_dict(config)
+    _limit_threads_to_trial_cpus()
+    train_idx, val_idx = stratified_split(labels, train_config.val_fraction, train_config.seed)
+    trainer = Trainer(train_config, TrainData(images, labels, train_idx, val_idx, num_classes))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.resume(Path(folder) / CHECKPOINT_NAME)
+        logger.info("trial resumed after epoch %d", trainer.epoch)
+
+    def report(metrics: dict[str, float], trainer: Trainer) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(Path(folder) / CHECKPOINT_NAME)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    fit(trainer, report)
+
+
+def _limit_threads_to_trial_cpus() -> None:
+    """Use as many intra-op threads as CPUs the trial reserved, so trials do not oversubscribe."""
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus:
+        torch.set_num_threads(max(1, int(cpus)))
