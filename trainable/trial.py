@@ -41,10 +41,16 @@ def train_trial(
             trainer.resume(Path(folder) / CHECKPOINT_NAME)
         logger.info("trial resumed after epoch %d", trainer.epoch)
 
+    # Several nodes of one machine share an IP address, so the node id tells where a trial ran.
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, float], trainer: Trainer) -> None:
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / CHECKPOINT_NAME)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(
+                {**metrics, "node_id": node_id},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
 
     fit(trainer, report)
 
