@@ -81,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_trial_resources(cluster, options.cpus_per_trial, gpus)
         budget = options.budget(embedded_digits=options.data is None, has_gpu=cluster.gpus > 0)
         context = SpaceContext(
-            max_epochs=budget.max_epochs, seed=options.seed, base=context_base, init_from=init_from
+            max_epochs=budget.max_epochs,
+            seed=options.seed,
+            val_fraction=options.val_fraction,
+            base=context_base,
+            init_from=init_from,
         )
 
         if recorded is None:
@@ -209,6 +213,7 @@ def _options_from_record(options: SearchOptions, recorded: dict[str, Any]) -> Se
         "space": recorded["space"],
         "data": Path(data) if data else None,
         "seed": recorded["seed"],
+        "val_fraction": recorded["val_fraction"],
         "init_from": recorded.get("init_from"),
         "samples": budget["samples"],
         "max_epochs": budget["max_epochs"],
@@ -258,6 +263,7 @@ def _write_record(
         "max_epochs": budget.max_epochs,
         "budget": budget.__dict__,
         "seed": options.seed,
+        "val_fraction": options.val_fraction,
         "metric": METRIC,
         "mode": MODE,
         "init_from": options.init_from,

@@ -16,9 +16,11 @@ from spaces.resnet_family import suggest_augmentation, suggest_scheduler
 
 # Stage 2 adds augmentation, so "none" is not offered.
 AUGMENT_CHOICES = ["basic", "randaugment", "erasing", "randaugment+erasing"]
-# Stage 2 keeps the architecture and the optimizer settings the report did not change.
+# Stage 2 keeps the architecture and the optimizer settings the report did not change. It also
+# keeps stage 1's split (val_fraction and seed): another split would put images that stage 1
+# trained on into the validation set.
 KEPT_FROM_STAGE1 = (
-    "depth", "stem", "dropout", "batch_size", "momentum", "weight_decay", "val_fraction",
+    "depth", "stem", "dropout", "batch_size", "momentum", "weight_decay", "val_fraction", "seed",
 )  # fmt: skip
 
 
@@ -27,7 +29,6 @@ def finetune(context: SpaceContext, trial: optuna.Trial) -> dict[str, Any]:
     constants: dict[str, Any] = {
         **{name: base[name] for name in KEPT_FROM_STAGE1},
         "epochs": context.max_epochs,
-        "seed": context.seed,
         "init_from": context.init_from,
     }
     trial.suggest_float("lr", 1e-4, 0.3, log=True)

@@ -52,6 +52,8 @@ class SpaceContext:
 
     max_epochs: int
     seed: int = 0
+    # One validation split for every trial, so their validation accuracies are comparable.
+    val_fraction: float = 0.1
     base: TrainConfig | None = None  # the stage-1 config that a fine-tune space starts from
     init_from: str | None = None  # the stage-1 checkpoint (absolute path)
 

@@ -2,7 +2,8 @@
 
 Each name takes only the values the report used, the report's runs are the initial points, and
 the search runs exactly one trial per run with no early stopping. So the comparison is the
-report's, on the user's data and epoch budget.
+report's, on the user's data and epoch budget. Epochs, seed and the validation split are the
+search's, the same for every run, so the runs are compared on one validation set.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from trainable.presets import PRESETS
 
 SINGLE_STAGE_RUNS = [name for name, preset in PRESETS.items() if preset.stage1 is None]
 # Choices come before the names that depend on them, so conditions can be checked in order.
-_NAMES = [name for name in TrainConfig().to_dict() if name not in ("epochs", "seed", "init_from")]
+_SET_BY_SEARCH = ("epochs", "seed", "val_fraction", "init_from")
+_NAMES = [name for name in TrainConfig().to_dict() if name not in _SET_BY_SEARCH]
 _ORDERED = sorted(_NAMES, key=lambda name: not parameter_applies(name, {}))
 
 
@@ -45,7 +47,12 @@ def report(context: SpaceContext, trial: optuna.Trial) -> dict[str, Any]:
         else:
             chosen[name] = trial.suggest_categorical(name, values)
     constants = {name: value for name, value in chosen.items() if name not in trial.params}
-    return {**constants, "epochs": context.max_epochs, "seed": context.seed}
+    return {
+        **constants,
+        "epochs": context.max_epochs,
+        "seed": context.seed,
+        "val_fraction": context.val_fraction,
+    }
 
 
 def define(context: SpaceContext) -> DefineByRun:

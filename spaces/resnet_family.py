@@ -72,7 +72,11 @@ SEARCHED = [
 
 
 def resnet_family(context: SpaceContext, trial: optuna.Trial) -> dict[str, Any]:
-    constants: dict[str, Any] = {"epochs": context.max_epochs, "seed": context.seed}
+    constants: dict[str, Any] = {
+        "epochs": context.max_epochs,
+        "seed": context.seed,
+        "val_fraction": context.val_fraction,
+    }
     trial.suggest_categorical("depth", list(DEPTHS))
     trial.suggest_categorical("stem", list(STEMS))
     trial.suggest_float("dropout", 0.0, 0.9)
