@@ -96,7 +96,10 @@ def start_or_connect(address: str | None, dashboard_host: str, dashboard_port: i
                 f"{str(err).splitlines()[0]}; start one with 'ray start --head'"
             ) from None
     else:
+        # "local" starts a new instance: with no address, ray.init would join any cluster
+        # already running on this machine.
         context = ray.init(
+            address="local",
             include_dashboard=True,
             dashboard_host=dashboard_host,
             dashboard_port=dashboard_port,

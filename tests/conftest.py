@@ -7,10 +7,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """Start one local Ray for the whole test session: 2 CPUs, no dashboard, local only."""
+    """Start one local Ray for the whole test session: 2 CPUs, no dashboard.
+
+    ``address="local"`` starts a new Ray even when another one runs on this machine, which
+    ``ray.init()`` would otherwise connect to.
+    """
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
