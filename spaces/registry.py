@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from trainable.config import TrainConfig
+from trainable.errors import UserError
 
 DefineByRun = Callable[[optuna.Trial], dict[str, Any]]
 
@@ -42,7 +43,7 @@ def parameter_applies(name: str, config: dict[str, Any]) -> bool:
     return condition is None or condition(config)
 
 
-class UnknownSpaceError(ValueError):
+class UnknownSpaceError(UserError):
     """A space name that is not registered."""
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from trainable.atomic import write_atomic
+from trainable.errors import UserError
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable or does not fit the model. One line, names the file."""
 
 

@@ -7,21 +7,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from trainable.errors import UserError
+
+__all__ = ["USAGE_ERROR", "ArgumentParser", "UserError", "run_main", "setup_logging"]
+
 USAGE_ERROR = 2
-
-
-class UserError(ValueError):
-    """Bad input from the user: a one-line message that names the value and the fix."""
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Return the exception types whose message is shown to the user as it is, without traceback."""
-    from trainable.checkpoint import CheckpointError
-    from trainable.config import ConfigError
-    from trainable.data import DataError
-    from trainable.presets import UnknownPresetError
-
-    return (UserError, ConfigError, DataError, CheckpointError, UnknownPresetError)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -36,7 +26,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv=None) -> N
     setup_logging()
     try:
         code = main(argv)
-    except user_error_types() as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
     except KeyboardInterrupt:

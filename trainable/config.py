@@ -12,13 +12,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from trainable.errors import UserError
+
 DEPTHS = (18, 34, 50)
 STEMS = ("torchvision", "dilated", "cifar")
 SCHEDULERS = ("cosine", "plateau")
 AUGMENTATIONS = ("basic", "randaugment", "erasing")  # basic: random crop with padding + flip
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """An invalid config value. The message is one line naming the key and the allowed values."""
 
 

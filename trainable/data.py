@@ -33,6 +33,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from trainable.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # Part of the fingerprint: bump it when the decoded arrays or meta.json change meaning.
@@ -67,7 +69,7 @@ _IMAGE_ERRORS = (
 )
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad dataset input.
 
     str(err) is one line that names the file, row or value and states how to fix it.

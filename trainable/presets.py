@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trainable.config import TrainConfig
+from trainable.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class UnknownPresetError(ValueError):
+class UnknownPresetError(UserError):
     """A preset name that is not in PRESETS."""
 
 

@@ -1,0 +1,9 @@
+"""The base class of errors caused by user input, which the command-line tools show as one line."""
+
+
+class UserError(ValueError):
+    """Bad input from the user: a one-line message that names the value and the fix.
+
+    Every command catches it, prints ``error: MESSAGE`` and exits with status 2, without a
+    traceback. Subclasses name the kind of input (config, dataset, checkpoint, ...).
+    """
