@@ -1,10 +1,11 @@
 """Read a Ray Tune experiment folder, finished or still running, into pandas tables.
 
 Everything comes from files, so no Ray is started and a running search can be read while it
-writes. The layout is Ray Tune 2.60's: one folder per trial with ``params.json`` (the trial's
-config), ``result.json`` (one JSON object per reported epoch, appended as the trial runs),
-``checkpoint_NNNNNN/checkpoint.pt`` folders (Ray keeps only the newest ones) and ``error.txt``
-when the trial failed. The search adds ``search.json`` at the experiment root.
+writes. The layout is Ray Tune 2.60's, with one folder per trial. A trial folder contains
+``params.json`` (the trial's config) and ``result.json`` (one JSON object per reported epoch,
+appended as the trial runs). It also contains ``checkpoint_NNNNNN/checkpoint.pt`` folders, of
+which Ray keeps only the newest, and ``error.txt`` when the trial failed. The search adds
+``search.json`` at the experiment root.
 
 Two tables come out, both written atomically as Parquet:
 
@@ -52,8 +53,8 @@ EPOCH_METRICS = (
 )
 RAY_FLOAT_KEYS = ("time_this_iter_s", "time_total_s")
 RAY_INT_KEYS = ("training_iteration", "timestamp")
-# Ray Tune bookkeeping left out of results.parquet: the nested config (params.json is the source
-# of the config columns), per-process details, and flags that trials.parquet summarizes.
+# Ray Tune bookkeeping left out of results.parquet: the nested config, per-process details, and
+# flags that trials.parquet summarizes. The config columns come from params.json instead.
 RAY_DROPPED_KEYS = frozenset(
     {
         "config",
@@ -72,9 +73,10 @@ RAY_DROPPED_KEYS = frozenset(
 
 STATUSES = ("completed", "stopped_by_asha", "error", "running")
 
-# A Ray Tune trial folder is named <trainable>_<trial id>_<index>_<params>_<date>, and a trial
-# id is an experiment-wide hex prefix and a zero-padded counter, e.g. "72709_00006".
-_TRIAL_ID_PATTERN = re.compile(r"_(?P<trial_id>[0-9a-f]+_\d{5})_\d+_")
+# A Ray Tune trial folder is named <trainable>_<trial id>_<index>_<params>_<date>. A trial id is
+# a hex experiment prefix and a zero-padded counter ("72709_00006"), or, for trials a searcher
+# such as OptunaSearch proposes, 8 hex digits ("cd2849e6").
+_TRIAL_ID_PATTERN = re.compile(r"_(?P<trial_id>[0-9a-f]{5,}(?:_\d{5})?)_\d+_")
 _CHECKPOINT_PATTERN = re.compile(r"checkpoint_(?P<index>\d+)")
 _ERROR_FILES = ("error.txt", "error.pkl")
 
@@ -85,7 +87,7 @@ class ExperimentError(UserError):
 
 @dataclass(frozen=True)
 class TrialFolder:
-    """What one trial folder contains, read from its files."""
+    """Contents of one trial folder, read from its files."""
 
     trial_id: str
     path: Path

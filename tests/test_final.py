@@ -25,7 +25,7 @@ from trainable.data import digits_answers_path, digits_root, load_dataset
 
 pytestmark = pytest.mark.slow
 
-# Small and fast on the 8x8 digits; 3 epochs reach about 0.97 test accuracy on 2 CPU cores.
+# Small and fast on the 8x8 digits: 3 epochs reached 0.973 test accuracy in one run.
 FAST_CONFIG = {
     "depth": 18,
     "stem": "cifar",

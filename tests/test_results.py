@@ -238,6 +238,21 @@ def test_experiment_reads_running_trial(asha_experiment, tmp_path):
     assert trials["epochs_run"].tolist() == [2]
 
 
+@pytest.mark.parametrize(
+    ("folder_name", "trial_id"),
+    [
+        ("report_epochs_72709_00006_6_lr=0.0500_2026-12-04_20-01-26", "72709_00006"),
+        ("train_trial_cd2849e6_1_augment=none,batch_size=20_2026-12-04_20-31-27", "cd2849e6"),
+    ],
+)
+def test_experiment_trial_id_from_folder_name(tmp_path, folder_name, trial_id):
+    # A trial that has not reported yet: its id comes from the folder name alone.
+    (tmp_path / folder_name).mkdir()
+    (tmp_path / folder_name / "params.json").write_text(json.dumps({"lr": 0.05}))
+
+    assert read_experiment(tmp_path).trials["trial_id"].tolist() == [trial_id]
+
+
 # --- decisions without Ray ---------------------------------------------------------------------
 
 

@@ -124,7 +124,7 @@ def final_train_data(dataset: Dataset, config: TrainConfig) -> TrainData:
 
     NOTE: the loop has no mode without a validation split. With an empty one its val_loss is
     NaN, its val_acc 0 and the plateau scheduler would cut the learning rate every
-    ``plateau_patience + 1`` epochs, so a stratified sample of the training images stands in.
+    ``plateau_patience + 1`` epochs. A stratified sample of the training images is used instead.
     """
     train_idx = np.arange(len(dataset.labels), dtype=np.int64)
     _, monitor_idx = stratified_split(dataset.labels, MONITOR_FRACTION, config.seed)
