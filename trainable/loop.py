@@ -147,6 +147,8 @@ class Trainer:
             # data: gather and augment on the device
             images, labels = self._batch(order[start : start + self.config.batch_size])
             inputs = self.augment(images, self.augment_generator)
+            if self.on_cuda:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
 
             # forward, backward, update
             with self._autocast():
@@ -213,13 +215,25 @@ class Trainer:
             outputs.append(logits.cpu())
         return torch.cat(outputs) if outputs else torch.empty(0, self.data.num_classes)
 
+    @torch.no_grad()
     def evaluate(self, indices: np.ndarray) -> tuple[float, float]:
-        """Return (mean cross-entropy, accuracy) on rows of the run's images, without augmentation."""
-        logits = self.predict_logits(self.data.images, indices)
-        labels = torch.as_tensor(np.asarray(self.data.labels)[indices], dtype=torch.long)
-        loss = nn.functional.cross_entropy(logits, labels).item()
-        accuracy = (logits.argmax(1) == labels).sum().item() / max(1, len(labels))
-        return loss, accuracy
+        """Return (mean cross-entropy, accuracy) on rows of the run's images, without augmentation.
+
+        Batches come from the same place as training batches (the GPU copy on CUDA).
+        """
+        if len(indices) == 0:
+            return math.nan, math.nan
+        self.model.eval()
+        total_loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        total_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for start in range(0, len(indices), EVAL_BATCH_SIZE):
+            images, labels = self._batch(indices[start : start + EVAL_BATCH_SIZE])
+            inputs = normalize(images, self.mean, self.std)
+            with self._autocast():
+                logits = self.forward(inputs).float()
+            total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum")
+            total_correct += (logits.argmax(1) == labels).sum()
+        return total_loss.item() / len(indices), total_correct.item() / len(indices)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_cuda)
@@ -244,6 +258,8 @@ class Trainer:
                 "cuda": cuda_states,
                 "order": self.order_generator.get_state(),
                 "augment": self.augment_generator.get_state(),
+                # get_state() returns a CPU tensor for any generator, so record its device.
+                "augment_device": self.augment_generator.device.type,
             },
         }
 
@@ -259,8 +275,14 @@ class Trainer:
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.order_generator.set_state(rng["order"])
-        if self.augment_generator.device.type == rng["augment"].device.type:
+        if rng["augment_device"] == self.augment_generator.device.type:
             self.augment_generator.set_state(rng["augment"])
+        else:
+            logger.warning(
+                "augmentation random state was saved on %s and is not restored on %s",
+                rng["augment_device"],
+                self.augment_generator.device.type,
+            )
 
     def save(self, path: Path | str) -> None:
         save_checkpoint(Path(path), self.state_dict())
