@@ -28,8 +28,8 @@ from trainable.model import build_model
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 1024
-# Upload the whole dataset to the GPU when it takes at most this share of the free GPU memory;
-# larger datasets are copied one pinned batch at a time.
+# Upload the whole dataset to the GPU when it takes at most this share of the free GPU memory.
+# A larger dataset is copied one pinned batch at a time.
 GPU_DATASET_SHARE = 0.25
 # Channel statistics are estimated on at most this many training images.
 STATISTICS_SAMPLE = 10_000
@@ -123,7 +123,7 @@ class Trainer:
             index = torch.from_numpy(indices).to(self.device, non_blocking=True)
             images = self.images.index_select(0, index)
         else:
-            # np.take returns a new writable array, so from_numpy sees no read-only memory.
+            # np.take returns a new writable array, so from_numpy gets no read-only memory.
             images = torch.from_numpy(np.take(self.images, indices, axis=0))
             if self.on_cuda:
                 images = images.pin_memory().to(self.device, non_blocking=True)
