@@ -8,6 +8,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search.options import Budget
+from search.progress import EpochLines
 from spaces import SearchSpace, SpaceContext
 from trainable.data import Dataset
 from trainable.trial import train_trial
@@ -63,7 +64,7 @@ def build_trainable(dataset: Dataset, cpus: float, gpus: float):
     return tune.with_resources(with_data, {"cpu": cpus, "gpu": gpus})
 
 
-def run_config(name: str, storage: str, max_failures: int) -> tune.RunConfig:
+def run_config(name: str, storage: str, max_failures: int, max_epochs: int) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=storage,
@@ -72,7 +73,9 @@ def run_config(name: str, storage: str, max_failures: int) -> tune.RunConfig:
             num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
         ),
         failure_config=tune.FailureConfig(max_failures=max_failures),
-        verbose=1,
+        # Ray's own reporter prints a table per trial; EpochLines prints one line per epoch.
+        verbose=0,
+        callbacks=[EpochLines(max_epochs)],
     )
 
 
@@ -102,7 +105,7 @@ def build_tuner(
             max_concurrent_trials=max_concurrent,
             time_budget_s=time_budget,
         ),
-        run_config=run_config(name, storage, max_failures),
+        run_config=run_config(name, storage, max_failures, budget.max_epochs),
     )
 
 

@@ -32,6 +32,8 @@ def train_trial(
     """Validate the trial's config, train it with the one loop and report each epoch to Tune."""
     train_config = TrainConfig.from_dict(config)
     _limit_threads_to_trial_cpus()
+    # Ray logs every checkpoint it persists at INFO level; one line per epoch is enough.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     train_idx, val_idx = stratified_split(labels, train_config.val_fraction, train_config.seed)
     trainer = Trainer(train_config, TrainData(images, labels, train_idx, val_idx, num_classes))
 
