@@ -142,10 +142,17 @@ class Trainer:
         ]
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        trained = 0
 
         for start in range(0, len(order), self.config.batch_size):
+            batch_indices = order[start : start + self.config.batch_size]
+            if len(batch_indices) < 2:
+                # BatchNorm cannot train on one image when the last feature map is 1x1
+                # (8x8 inputs), so a last batch of one image is left out of this epoch.
+                break
+
             # data: gather and augment on the device
-            images, labels = self._batch(order[start : start + self.config.batch_size])
+            images, labels = self._batch(batch_indices)
             inputs = self.augment(images, self.augment_generator)
             if self.on_cuda:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -161,9 +168,10 @@ class Trainer:
             # metrics stay on the device until the epoch ends, to avoid a sync per batch
             total_loss += loss.detach() * len(labels)
             total_correct += (logits.detach().argmax(1) == labels).sum()
+            trained += len(labels)
 
         train_seconds = time.perf_counter() - started
-        train_loss = total_loss.item() / len(order)
+        train_loss = total_loss.item() / max(trained, 1)
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(
                 f"training loss became {train_loss} in epoch {self.epoch + 1} "
@@ -180,12 +188,12 @@ class Trainer:
         metrics = {
             "epoch": self.epoch,
             "train_loss": train_loss,
-            "train_acc": total_correct.item() / len(order),
+            "train_acc": total_correct.item() / max(trained, 1),
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": lr,
             "epoch_seconds": time.perf_counter() - started,
-            "images_per_second": len(order) / train_seconds,
+            "images_per_second": trained / train_seconds,
         }
         self.history.append(metrics)
         return metrics
@@ -270,6 +278,16 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.mean, self.std = tuple(state["mean"]), tuple(state["std"])
+        self.augment = BatchAugment(augment_spec(self.config), self.mean, self.std)
+        if self.config.scheduler == "cosine":
+            # The saved optimizer holds the lr of the saved run's schedule; a run resumed with
+            # more epochs continues on its own, longer curve.
+            for group, base_lr in zip(
+                self.optimizer.param_groups, self.scheduler.base_lrs, strict=True
+            ):
+                group["lr"] = base_lr * _cosine_factor(
+                    self.scheduler.last_epoch, self.config.epochs
+                )
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
@@ -322,7 +340,12 @@ def load_weights(model: nn.Module, path: str | Path, config: TrainConfig) -> Non
     """Initialize ``model`` from a checkpoint's weights (warm start); raise if shapes differ."""
     state = load_checkpoint(path)
     source = state.get("config", {})
+    same_architecture = (source.get("depth"), source.get("stem")) == (config.depth, config.stem)
     try:
+        # The torchvision and dilated stems have weights of one shape, so shapes alone do not
+        # tell the architectures apart.
+        if not same_architecture:
+            raise RuntimeError("architecture differs")
         model.load_state_dict(state["model"])
     except RuntimeError:
         raise CheckpointError(
@@ -365,4 +388,13 @@ def _build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
             cooldown=config.plateau_cooldown,
             eps=config.plateau_eps,
         )
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    # Cosine annealing over config.epochs in closed form (CosineAnnealingLR with T_max = epochs
+    # gives the same curve). The closed form reads config.epochs at every step, so a run resumed
+    # with more epochs follows the longer curve instead of the saved T_max.
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: _cosine_factor(epoch, config.epochs)
+    )
+
+
+def _cosine_factor(epoch: int, epochs: int) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
