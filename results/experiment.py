@@ -93,8 +93,8 @@ class TrialFolder:
     path: Path
     config: dict[str, Any]
     rows: list[dict[str, Any]]  # result.json objects in reporting order
-    done: bool  # the last reported row has Ray's done flag
-    error: str | None  # last line of error.txt, when Ray recorded a failure
+    done: bool  # the last reported row has Ray's done flag and no "error" entry
+    error: str | None  # the last row's "error" entry, else the last line of error.txt
     checkpoints: dict[str, Path]  # checkpoint folder name -> its checkpoint.pt, for those kept
 
 
@@ -223,13 +223,14 @@ def read_trial_folder(folder: Path) -> TrialFolder | None:
         for child in folder.iterdir()
         if _CHECKPOINT_PATTERN.fullmatch(child.name) and (child / "checkpoint.pt").is_file()
     }
+    reported_error = _reported_error(rows)
     return TrialFolder(
         trial_id=trial_id,
         path=folder.resolve(),
         config=config,
         rows=rows,
-        done=bool(rows and rows[-1].get("done")),
-        error=_read_error(folder),
+        done=bool(rows and rows[-1].get("done")) and reported_error is None,
+        error=reported_error or _read_error(folder),
         checkpoints=dict(sorted(checkpoints.items())),
     )
 
@@ -274,6 +275,15 @@ def _trial_id(folder: Path, rows: list[dict[str, Any]]) -> str:
         return rows[0]["trial_id"]
     match = _TRIAL_ID_PATTERN.search(folder.name)
     return match["trial_id"] if match else folder.name
+
+
+def _reported_error(rows: list[dict[str, Any]]) -> str | None:
+    """Return the "error" entry of the last result, which a trial whose loss diverged reports.
+
+    Such a trial ends without raising, so that Ray does not retry it, and has no error.txt.
+    """
+    error = rows[-1].get("error") if rows else None
+    return error[:500] if isinstance(error, str) else None
 
 
 def _read_error(folder: Path) -> str | None:

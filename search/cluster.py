@@ -38,8 +38,13 @@ class ClusterInfo:
 
 
 def authentication_disabled() -> bool:
-    """Tell whether Ray's token authentication was turned off through its environment variable."""
-    return os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled"
+    """Tell whether RAY_AUTH_MODE turns off Ray's token authentication for a new local Ray.
+
+    Unset, Ray 2.60 turns token authentication on for a local ``ray.init``; set, only ``token``
+    (in any case) keeps it on, and any other value (``disabled``, a typo, empty) turns it off.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    return mode is not None and mode.lower() != "token"
 
 
 def is_loopback(host: str) -> bool:
@@ -61,8 +66,9 @@ def check_dashboard_exposure(host: str, allow_unauthenticated: bool) -> None:
         return
     raise UserError(
         f"--dashboard-host {host} exposes the Ray dashboard and job API beyond this machine "
-        "while token authentication is off (RAY_AUTH_MODE=disabled), so anyone who can reach "
-        "it can run code here (CVE-2023-48022, ShadowRay); unset RAY_AUTH_MODE, bind to "
+        f"while token authentication is off (RAY_AUTH_MODE={os.environ.get('RAY_AUTH_MODE')!r}), "
+        "so anyone who can reach it can run code here (CVE-2023-48022, ShadowRay); unset "
+        "RAY_AUTH_MODE or set it to token, bind to "
         "127.0.0.1, or pass --allow-unauthenticated if a firewall protects the port"
     )
 
@@ -148,7 +154,8 @@ def dashboard_sign_in_lines(cluster: ClusterInfo) -> list[str]:
         return ["Ray dashboard: not running"]
     lines = [f"Ray dashboard: {cluster.dashboard_url}"]
     if authentication_disabled():
-        lines.append("  token authentication is off (RAY_AUTH_MODE=disabled)")
+        mode = os.environ.get("RAY_AUTH_MODE")
+        lines.append(f"  token authentication is off (RAY_AUTH_MODE={mode!r})")
     else:
         lines.append(
             f"  sign in with the token in {TOKEN_PATH} (the dashboard answers 401 without it)"

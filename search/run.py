@@ -31,7 +31,7 @@ from trainable.atomic import write_json
 from trainable.checkpoint import load_checkpoint
 from trainable.cli import UserError, run_main
 from trainable.config import TrainConfig
-from trainable.data import Dataset, load_dataset
+from trainable.data import Dataset, load_dataset, stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         space = get_space(recorded["space"])
 
     # Everything the user gave is checked before Ray starts.
+    check_dashboard_exposure(options.dashboard_host, options.allow_unauthenticated)
     context_base, init_from = _resolve_init_from(space, options.init_from)
     dataset = load_dataset(options.data)
     if recorded is not None and recorded["fingerprint"] != dataset.fingerprint:
@@ -67,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{dataset.fingerprint[:12]} != {recorded['fingerprint'][:12]}); resume it with the "
             "same data, or start a new experiment"
         )
-    check_dashboard_exposure(options.dashboard_host, options.allow_unauthenticated)
+    # Every trial makes this split; a class too small for it would fail each trial after Ray
+    # started, so the DataError is raised here instead.
+    stratified_split(dataset.labels, options.val_fraction, options.seed)
 
     started_ray = not ray.is_initialized()
     try:
@@ -112,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if started_ray and ray.is_initialized():
             ray.shutdown()
 
-    return _finish(experiment, options, budget, len(grid), grid.num_errors)
+    return _finish(experiment, options, budget, len(grid))
 
 
 def budget_text(budget: Budget, space: SearchSpace) -> str:
@@ -124,9 +127,7 @@ def budget_text(budget: Budget, space: SearchSpace) -> str:
     )
 
 
-def _finish(
-    experiment: str, options: SearchOptions, budget: Budget, trials: int, errors: int
-) -> int:
+def _finish(experiment: str, options: SearchOptions, budget: Budget, trials: int) -> int:
     """Print the leaderboard, ASHA's savings and how to retrain; write tables and best.json."""
     from results.experiment import write_tables
     from results.export import export_best, write_best
@@ -140,6 +141,9 @@ def _finish(
         )
         return 0
     _, trial_table = write_tables(folder)
+    # Counted from the table, not from Tune: a trial whose loss diverged ends without raising,
+    # so Tune counts it as finished, and the table shows it as an error.
+    errors = int((trial_table["status"] == "error").sum())
     print()
     print(leaderboard_text(trial_table, top=10))
     print(asha_savings_line(trial_table, budget.max_epochs))

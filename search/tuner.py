@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import PurePosixPath
+from typing import Any
+
 import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -13,9 +18,12 @@ from spaces import SearchSpace, SpaceContext
 from trainable.data import Dataset
 from trainable.trial import train_trial
 
+logger = logging.getLogger(__name__)
+
 METRIC = "val_acc"
 MODE = "max"
 TIME_ATTR = "epoch"  # one reported training iteration is one epoch
+RESULT_FILE = "result.json"  # Ray Tune's per-trial JSON lines, one object per reported epoch
 
 
 def tpe_startup_trials(samples: int) -> int:
@@ -42,10 +50,68 @@ def build_searcher(space: SearchSpace, context: SpaceContext, samples: int) -> O
     )
 
 
+class ResumableASHA(ASHAScheduler):
+    """ASHA whose rungs survive ``Tuner.restore``: a restored trial's results are recorded again.
+
+    Ray Tune 2.60 saves the searcher's state with the experiment but not the scheduler's.
+    ``Tuner.restore`` unpickles the scheduler from tuner.pkl, written before the first trial, so
+    its rungs would start empty and the first trials to reach a rung after a resume would never
+    be stopped. When Tune adds a restored trial, this scheduler reads the trial's result.json
+    and records each milestone's result, as ASHA did when the result first arrived.
+    """
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        results = _reported_results(trial)
+        if not results:
+            return  # a new trial
+        bracket = self._trial_info[trial.trial_id]
+        epochs = []
+        for result in results:
+            if result.get(self._time_attr) is None or result.get(self._metric) is None:
+                continue
+            epochs.append(result[self._time_attr])
+            bracket.on_result(
+                trial, result[self._time_attr], self._metric_op * result[self._metric]
+            )
+        recorded = [milestone for milestone, values in bracket._rungs if trial.trial_id in values]
+        logger.info(
+            "ASHA: trial %s restored with %d reported epochs; rung results recorded at epochs %s",
+            trial.trial_id,
+            len(epochs),
+            ", ".join(f"{milestone:g}" for milestone in sorted(recorded)) or "none",
+        )
+
+
+def _reported_results(trial) -> list[dict[str, Any]]:
+    """Return the results in a trial's result.json on the experiment storage, in report order.
+
+    The list is empty for a trial that never reported or whose file cannot be read. A last line
+    cut off by an interrupted write is skipped.
+    """
+    if trial.storage is None or trial.storage.trial_dir_name is None:
+        return []
+    path = str(PurePosixPath(trial.path, RESULT_FILE))
+    try:
+        with trial.storage.storage_filesystem.open_input_stream(path) as stream:
+            text = stream.readall().decode(errors="replace")
+    except (FileNotFoundError, OSError):
+        return []
+    results = []
+    for line in text.splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(result, dict):
+            results.append(result)
+    return results
+
+
 def build_scheduler(space: SearchSpace, budget: Budget) -> TrialScheduler:
     if space.fixed_trials:
         return FIFOScheduler()  # fixed trials are compared at the same budget
-    return ASHAScheduler(
+    return ResumableASHA(
         time_attr=TIME_ATTR,
         max_t=budget.max_epochs,
         grace_period=budget.grace_period,

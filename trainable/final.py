@@ -289,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = args.data or (Path(record.data) if record.data else None)
     dataset = load_dataset(data)
     matches = check_fingerprint(record, dataset, args.force)
+    for stage in stages:
+        final_train_data(dataset, stage.config)  # a class too small to sample raises DataError
     prepare_output(out)
 
     trainer = None

@@ -8,6 +8,7 @@ memory, and the training loop gathers batches from it without copying the datase
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ from ray import tune
 
 from trainable.config import TrainConfig
 from trainable.data import stratified_split
-from trainable.loop import TrainData, Trainer, fit
+from trainable.loop import NonFiniteLossError, TrainData, Trainer, fit
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# Prefix of the "error" entry in the last result of a trial whose training loss became NaN or
+# infinite. results/experiment.py reads that entry as the trial's error.
+NON_FINITE_LOSS = "non-finite loss"
 
 
 def train_trial(
@@ -54,7 +58,32 @@ def train_trial(
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
 
-    fit(trainer, report)
+    try:
+        fit(trainer, report)
+    except NonFiniteLossError as err:
+        report_non_finite_loss(trainer, err, node_id)
+
+
+def report_non_finite_loss(trainer: Trainer, err: NonFiniteLossError, node_id: str) -> None:
+    """Report a diverged trial's last result, which carries the reason, and end the trial.
+
+    Raising would make Tune restart the trial from its last checkpoint up to ``max_failures``
+    times, and the same config diverges again. So the trial reports the failed epoch with NaN
+    validation metrics and no checkpoint, and returns. ASHA's cutoffs (np.nanpercentile) skip
+    the NaN. OptunaSearch passes the NaN to the study, which records the trial as failed, so
+    TPE does not model it.
+    """
+    reason = f"{NON_FINITE_LOSS}: {err}"
+    logger.warning("trial stopped: %s", reason)
+    tune.report(
+        {
+            "epoch": trainer.epoch + 1,  # the epoch that diverged; it did not complete
+            "val_loss": math.nan,
+            "val_acc": math.nan,
+            "error": reason,
+            "node_id": node_id,
+        }
+    )
 
 
 def _limit_threads_to_trial_cpus() -> None:
