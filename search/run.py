@@ -18,16 +18,16 @@ from typing import Any
 
 import ray
 
+from search import storage
 from search.cluster import (
     check_dashboard_exposure,
     check_trial_resources,
     dashboard_sign_in_lines,
     start_or_connect,
 )
-from search.options import Budget, SearchOptions, parse_options
+from search.options import DEFAULT_STORAGE, Budget, SearchOptions, parse_options
 from search.tuner import METRIC, MODE, build_tuner, restore_tuner
 from spaces import SearchSpace, SpaceContext, all_spaces, get_space
-from trainable.atomic import write_json
 from trainable.checkpoint import load_checkpoint
 from trainable.cli import UserError, run_main
 from trainable.config import TrainConfig
@@ -50,9 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     space = get_space(options.space)
-    storage = options.storage_path()
+    storage_root = options.storage_path()
     name = options.experiment_name()
-    experiment = f"{storage.rstrip('/')}/{name}"
+    experiment = storage.join(storage_root, name)
     recorded = _check_experiment_folder(experiment, options)
     if recorded is not None:
         options = _options_from_record(options, recorded)
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cpus=options.cpus_per_trial,
                 gpus=gpus,
                 name=name,
-                storage=storage,
+                storage=storage_root,
                 max_concurrent=options.max_concurrent,
                 time_budget=options.time_budget,
                 max_failures=options.max_failures,
@@ -134,12 +134,11 @@ def _finish(experiment: str, options: SearchOptions, budget: Budget, trials: int
     from results.leaderboard import asha_savings_line, leaderboard_text
 
     folder = Path(experiment)
-    if "://" in experiment:
-        print(
-            f"results are in {experiment}; copy the folder locally to read them with "
-            "python -m results.show"
-        )
-        return 0
+    if storage.is_uri(experiment):
+        # The tables are built from a local copy of the small files (results, configs, the
+        # record); checkpoints stay in the storage.
+        folder = storage.copy_results_to_local(experiment, Path(DEFAULT_STORAGE) / folder.name)
+        print(f"copied the results of {experiment} to {folder}")
     _, trial_table = write_tables(folder)
     # Counted from the table, not from Tune: a trial whose loss diverged ends without raising,
     # so Tune counts it as finished, and the table shows it as an error.
@@ -170,37 +169,32 @@ def _finish(experiment: str, options: SearchOptions, budget: Budget, trials: int
 
 def _resume_command(options: SearchOptions) -> str:
     parts = ["python -m search.run", "--name", options.experiment_name(), "--resume"]
-    if options.storage != "runs":
+    if options.storage != DEFAULT_STORAGE:
         parts += ["--storage", options.storage]
     return " ".join(shlex.quote(part) if " " in part else part for part in parts)
 
 
 def _check_experiment_folder(experiment: str, options: SearchOptions) -> dict[str, Any] | None:
     """Return the experiment's record when resuming; reject a resume of a non-experiment."""
-    if "://" in experiment:
-        if options.resume:
-            raise UserError("--resume reads the experiment's record locally; use a local --storage")
-        return None
-    folder = Path(experiment)
-    record = folder / SEARCH_FILE
+    record = storage.join(experiment, SEARCH_FILE)
     if not options.resume:
-        if folder.exists():
+        if storage.exists(experiment):
             raise UserError(
-                f"experiment {folder} already exists; pass --resume to continue it, "
+                f"experiment {experiment} already exists; pass --resume to continue it, "
                 "or choose another --name"
             )
         return None
     from ray.tune import Tuner
 
-    if not record.is_file() or not Tuner.can_restore(str(folder)):
+    if not storage.exists(record) or not Tuner.can_restore(experiment):
         raise UserError(
-            f"cannot resume {folder}: it is not an experiment of this tool "
+            f"cannot resume {experiment}: it is not an experiment of this tool "
             f"({SEARCH_FILE} or Ray Tune's state is missing); check --name and --storage"
         )
     try:
-        return json.loads(record.read_text())
+        return json.loads(storage.read_text(record))
     except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot resume {folder}: {record} is unreadable ({err})") from None
+        raise UserError(f"cannot resume {experiment}: {record} is unreadable ({err})") from None
 
 
 def _options_from_record(options: SearchOptions, recorded: dict[str, Any]) -> SearchOptions:
@@ -257,8 +251,6 @@ def _write_record(
     dataset: Dataset,
     stage1: TrainConfig | None,
 ) -> None:
-    if "://" in experiment:
-        return
     record = {
         "space": space.name,
         "data": str(options.data.resolve()) if options.data else None,
@@ -274,7 +266,8 @@ def _write_record(
         "stage1": stage1.to_dict() if stage1 else None,
         "command": " ".join(shlex.quote(arg) for arg in sys.argv),
     }
-    write_json(Path(experiment) / SEARCH_FILE, record)
+    text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    storage.write_text(storage.join(experiment, SEARCH_FILE), text)
 
 
 if __name__ == "__main__":

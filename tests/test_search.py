@@ -352,3 +352,35 @@ def test_search_bad_input_exits_2(case, env, tiny_data, tmp_path):
     assert "Traceback" not in completed.stderr
     assert not any(storage.glob("*/*")), "a trial started or files were written"
     assert time.monotonic() - started < 120
+
+
+# storage given as a URI, through pyarrow's file systems as Ray Tune uses them
+
+
+def test_search_with_uri_storage_writes_local_tables(env, tiny_data, tmp_path):
+    storage = tmp_path / "bucket"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    completed = subprocess.run(
+        search_command(
+            "--data",
+            str(tiny_data),
+            "--samples",
+            "2",
+            "--max-epochs",
+            "1",
+            "--storage",
+            f"file://{storage}",
+            "--name",
+            "remote",
+        ),  # fmt: skip
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (storage / "remote" / "search.json").is_file()
+    assert len(pd.read_parquet(workdir / "runs" / "remote" / "trials.parquet")) == 2
+    assert not list((workdir / "runs" / "remote").glob("*/checkpoint_*"))
