@@ -39,6 +39,9 @@ class EpochLines(tune.Callback):
         self._print(trial.trial_id, "restored from its last checkpoint")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if isinstance(result.get("error"), str):  # the last result of a diverged trial
+            self._print(trial.trial_id, f"failed: {result['error']}")
+            return
         if "val_acc" not in result:
             return
         self._print(
@@ -48,6 +51,8 @@ class EpochLines(tune.Callback):
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if isinstance((trial.last_result or {}).get("error"), str):
+            return  # on_trial_result printed why the trial failed
         epochs = (trial.last_result or {}).get("epoch", 0)
         how = "completed" if epochs >= self.max_epochs else "stopped by the scheduler"
         self._print(trial.trial_id, f"{how} after {epochs} epochs")
