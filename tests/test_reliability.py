@@ -174,9 +174,11 @@ def stop_search(process: subprocess.Popen) -> None:
 def study_trials(experiment: Path) -> list:
     """Return the Optuna study's trials from OptunaSearch's newest saved state.
 
-    The file is a pickle that Ray Tune wrote for this test's own search.
+    The file is a pickle that Ray Tune wrote for this test's own search. Each run of the search
+    writes its own file, named by its start time, and Ray Tune restores the last one by name.
+    Modification times do not tell: a resumed search copies the older files again.
     """
-    states = sorted(experiment.glob("searcher-state-*.pkl"), key=lambda path: path.stat().st_mtime)
+    states = sorted(experiment.glob("searcher-state-*.pkl"))
     with open(states[-1], "rb") as file:
         return pickle.load(file)["_ot_study"].trials
 
