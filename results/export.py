@@ -41,11 +41,15 @@ RAY_METRIC_KEYS = ("training_iteration", "time_total_s")
 def candidate_rows(results: pd.DataFrame, rule: str) -> pd.DataFrame:
     """Return the epochs a rule compares: every reported epoch (``best``) or each trial's last.
 
-    Epochs without a val_acc are dropped before the rule applies.
+    Epochs without a val_acc are dropped before the rule applies, and so are the trials that
+    reported an "error" entry (their loss diverged), because their config diverges again.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     scored = results[results[METRIC].notna()]
+    if "error" in results:
+        diverged = results.loc[results["error"].notna(), "trial_id"]
+        scored = scored[~scored["trial_id"].isin(diverged)]
     if rule == "last":
         last_epochs = scored.groupby("trial_id")["epoch"].transform("max")
         scored = scored[scored["epoch"] == last_epochs]

@@ -554,6 +554,20 @@ def test_best_result_stays_finite(diverged):
     assert best["config/lr"] == GOOD_LR
 
 
+def test_best_skips_diverged_trial():
+    results = pd.DataFrame(
+        {
+            "trial_id": ["diverged", "diverged", "steady"],
+            "epoch": [1, 2, 1],
+            "val_acc": [0.9, math.nan, 0.5],
+            "val_loss": [0.1, math.nan, 0.7],
+            "error": [None, "non-finite loss: training loss became nan in epoch 2", None],
+        }
+    )
+    assert pick_best(results)["trial_id"] == "steady"
+    assert pick_best(results, "last")["trial_id"] == "steady"
+
+
 class CorruptCheckpointAndKillWorker(tune.Callback):
     """Kill the trial's worker at its second checkpoint and truncate that checkpoint's file.
 
