@@ -252,7 +252,9 @@ CASES: dict[str, Case] = {
         setup=single_image_class,
     ),
     # trainable.train: options and config files
-    "train unknown preset": Case(TRAIN, lambda f, g: ["--preset", "resnet99"], ("resnet99",)),
+    "train unknown preset": Case(
+        TRAIN, lambda f, g: ["--preset", "resnet99"], ("unknown preset 'resnet99'", "choose one of")
+    ),
     "train negative epochs": Case(
         TRAIN, lambda f, g: ["--epochs", "-1"], ("--epochs -1 is invalid", "positive number")
     ),
@@ -319,7 +321,7 @@ CASES: dict[str, Case] = {
     "train dataset missing image": Case(
         TRAIN,
         lambda f, g: ["--data", data(f)],
-        ("img3",),
+        ("no image for Id 'img3'", "Add the missing images or delete their rows"),
         setup=dataset_with(remove_files("trainval/img3.png")),
     ),
     "train dataset corrupt image": Case(

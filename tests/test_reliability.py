@@ -205,7 +205,7 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def killed_worker(env, tiny_data, tmp_path_factory) -> dict[str, Any]:
-    """Run a 3-trial search and SIGKILL the trial worker after the first epoch of a trial."""
+    """Run a 3-trial search and SIGKILL the worker of a trial that has reported an epoch."""
     storage = tmp_path_factory.mktemp("worker")
     experiment = storage / "worker"
     process = start_search(
@@ -374,7 +374,7 @@ def test_sigint_prints_resume_command(interrupted_twice):
     assert "--name driver --resume" in interrupted_twice["sigint"]["stdout"]
 
 
-def asked(study: list) -> list:
+def asked_trials(study: list) -> list:
     """Return the study's trials that OptunaSearch asked for, leaving out enqueued ones.
 
     The search enqueues its initial points at the start, so they wait in the study until asked.
@@ -385,7 +385,7 @@ def asked(study: list) -> list:
 @pytest.mark.slow
 def test_sigint_saves_study_with_created_trials(interrupted_twice):
     sigint = interrupted_twice["sigint"]
-    assert len(asked(sigint["study"])) == len(sigint["rows"])
+    assert len(asked_trials(sigint["study"])) == len(sigint["rows"])
 
 
 @pytest.mark.slow
@@ -402,7 +402,7 @@ def test_resumed_study_tells_every_trial(interrupted_twice):
 
 @pytest.mark.slow
 def test_resumed_study_continues_first_trials(interrupted_twice):
-    first = [trial.params for trial in asked(interrupted_twice["sigint"]["study"])]
+    first = [trial.params for trial in asked_trials(interrupted_twice["sigint"]["study"])]
     final = [trial.params for trial in interrupted_twice["final"]["study"]]
     assert final[: len(first)] == first
 
@@ -569,7 +569,7 @@ def test_best_skips_diverged_trial():
 
 
 class CorruptCheckpointAndKillWorker(tune.Callback):
-    """Kill the trial's worker at its second checkpoint and truncate that checkpoint's file.
+    """A Tune callback that kills the trial's worker at its second checkpoint and truncates it.
 
     Tune then restores the trial from that checkpoint, as after any worker crash.
     """
