@@ -104,8 +104,12 @@ def median(values: list[float]) -> float:
 
 
 def spread(values: list[float]) -> str:
-    """Format repetitions as 'min-max' for the notes, e.g. '9,120-9,480'."""
-    return f"{min(values):,.4g}-{max(values):,.4g}"
+    """Format repetitions as 'min-max' for the notes, e.g. '9,120-9,480' or '0.15-0.4'."""
+
+    def number(value: float) -> str:
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+    return f"{number(min(values))}-{number(max(values))}"
 
 
 def load_average() -> float:
@@ -336,14 +340,91 @@ def start_local_ray(cpus: int) -> None:
 
 
 def trial_epochs(result_grid) -> list[dict[str, Any]]:
-    """Return, per trial of a Tune ResultGrid, its config, epochs run and best val_acc."""
+    """Return, per trial of a Tune ResultGrid, its config, epochs run and val_acc per epoch."""
     trials = []
     for result in result_grid:
         frame = result.metrics_dataframe
         epochs = int(frame["epoch"].max()) if frame is not None and len(frame) else 0
         best = float(frame["val_acc"].max()) if epochs else float("nan")
         seconds = float(frame["time_total_s"].max()) if epochs else float("nan")
+        val_acc = frame["val_acc"].tolist() if epochs else []
         trials.append(
-            {"config": result.config, "epochs": epochs, "best_val_acc": best, "seconds": seconds}
+            {
+                "config": result.config,
+                "epochs": epochs,
+                "best_val_acc": best,
+                "seconds": seconds,
+                "val_acc": val_acc,
+            }
         )
     return trials
+
+
+class CpuMonitor:
+    """Sum the CPU time of this process and its descendants (Ray's processes), by role.
+
+    A thread samples every descendant's cumulative CPU time every half second and keeps the
+    last value per process, so processes that exit between samples (finished trials) lose at
+    most their last half second.
+    """
+
+    INTERVAL_S = 0.5
+
+    def __init__(self, trial_mark: str = "ImplicitFunc") -> None:
+        import threading
+
+        import psutil
+
+        self._psutil = psutil
+        self._trial_mark = trial_mark
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._driver = psutil.Process()
+        self._driver_start = sum(self._driver.cpu_times()[:2])
+        self.wall_seconds = 0.0
+
+    def __enter__(self) -> CpuMonitor:
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        self.wall_seconds = time.perf_counter() - self._started
+        self.driver_seconds = sum(self._driver.cpu_times()[:2]) - self._driver_start
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL_S):
+            self._sample()
+
+    def _role(self, command: list[str]) -> str:
+        text = " ".join(command)
+        if self._trial_mark in text or "spawn_main" in text:
+            return "trials"  # Tune's trial actors, or the pool processes without Ray
+        if text.startswith("ray::"):
+            return text.split()[0]  # ray::IDLE, ray::DashboardAgent, ...
+        name = Path(command[0]).name if command else "?"
+        if name.startswith("python"):
+            script = next((Path(arg).name for arg in command[1:] if arg.endswith(".py")), "")
+            return f"python {script}".strip()
+        return name
+
+    def _sample(self) -> None:
+        for process in self._driver.children(recursive=True):
+            try:
+                with process.oneshot():
+                    role = self._role(process.cmdline())
+                    seconds = sum(process.cpu_times()[:2])
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                continue
+            self._last[process.pid] = (role, seconds)
+
+    def seconds_by_role(self) -> dict[str, float]:
+        """Return CPU seconds per role, the driver (this process) included, largest first."""
+        totals: dict[str, float] = {"driver (Tune loop, this process)": self.driver_seconds}
+        for role, seconds in self._last.values():
+            totals[role] = totals.get(role, 0.0) + seconds
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))

@@ -250,8 +250,9 @@ def measure(settings: Settings) -> Outcome:
     )
     outcome.profile = "\n\n".join(profiles)
     outcome.bound = (
-        "our side is bound by BatchAugment's tensor operations on one core (the gather of the "
-        "crop, then the float conversion and normalization), see the profile"
+        "our side on one core: BatchAugment's crop (one gather over every byte of the batch) "
+        "and its normalization (a broadcast multiply and add over channels_last float32 "
+        "tensors) take most of each batch's time, see the profile"
         if profiles
         else ""
     )

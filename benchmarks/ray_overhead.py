@@ -1,10 +1,11 @@
 """Ray overhead: a search of K fixed trials against the same configs trained without Ray.
 
 The Ray side goes through the search code path: search.tuner.build_tuner with a space of fixed
-trials (FIFO scheduler, OptunaSearch evaluating the configs as initial points), the product's
-trainable (dataset in the object store, a checkpoint reported every epoch) and two trials at a
-time on a local Ray started for the run. The direct side trains the same configs with Trainer
-and fit in a pool of two spawned processes, one torch thread each, without checkpoints.
+trials, so FIFO schedules them and OptunaSearch proposes the configs as initial points. Trials
+run the product's trainable, which reads the dataset from the object store and reports a
+checkpoint every epoch, two at a time on a local Ray started for the run. The direct side
+trains the same configs with Trainer and fit in a pool of two spawned processes, one torch
+thread each, without checkpoints.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
+    CpuMonitor,
     Outcome,
     Row,
     Settings,
@@ -77,12 +79,15 @@ def train_directly(config: dict[str, Any], cache_dir: Path) -> dict[str, float]:
     }
 
 
-def run_directly(configs: list[dict[str, Any]], cache_dir: Path) -> tuple[float, list[dict]]:
+def run_directly(
+    configs: list[dict[str, Any]], cache_dir: Path
+) -> tuple[float, list[dict], dict[str, float]]:
     context = multiprocessing.get_context("spawn")
     started = time.perf_counter()
-    with concurrent.futures.ProcessPoolExecutor(CONCURRENCY, mp_context=context) as pool:
-        trials = list(pool.map(train_directly, configs, [cache_dir] * len(configs)))
-    return time.perf_counter() - started, trials
+    with CpuMonitor() as cpu:
+        with concurrent.futures.ProcessPoolExecutor(CONCURRENCY, mp_context=context) as pool:
+            trials = list(pool.map(train_directly, configs, [cache_dir] * len(configs)))
+    return time.perf_counter() - started, trials, cpu.seconds_by_role()
 
 
 def run_with_ray(
@@ -95,28 +100,30 @@ def run_with_ray(
     dataset = load_dataset(None, cache_dir, progress=False)
     space = fixed_space("benchmark-fixed", configs, fixed_trials=True)
     started = time.perf_counter()
-    start_local_ray(CONCURRENCY)
-    ray_started = time.perf_counter()
     try:
-        tuner = build_tuner(
-            space=space,
-            context=SpaceContext(max_epochs=EPOCHS),
-            budget=Budget(len(configs), EPOCHS, grace_period=EPOCHS, reduction_factor=3),
-            dataset=dataset,
-            cpus=1.0,
-            gpus=0.0,
-            name=name,
-            storage=str(storage),
-            max_concurrent=CONCURRENCY,
-            time_budget=None,
-            max_failures=0,
-        )
-        grid = tuner.fit()
-        finished = time.perf_counter()
+        with CpuMonitor() as cpu:
+            start_local_ray(CONCURRENCY)
+            ray_started = time.perf_counter()
+            tuner = build_tuner(
+                space=space,
+                context=SpaceContext(max_epochs=EPOCHS),
+                budget=Budget(len(configs), EPOCHS, grace_period=EPOCHS, reduction_factor=3),
+                dataset=dataset,
+                cpus=1.0,
+                gpus=0.0,
+                name=name,
+                storage=str(storage),
+                max_concurrent=CONCURRENCY,
+                time_budget=None,
+                max_failures=0,
+            )
+            grid = tuner.fit()
+            finished = time.perf_counter()
     finally:
         ray.shutdown()
     trials = trial_epochs(grid)
     return {
+        "cpu": cpu.seconds_by_role(),
         "seconds": finished - started,
         "startup_seconds": ray_started - started,
         "trials": trials,
@@ -133,9 +140,10 @@ def measure(settings: Settings) -> Outcome:
 
     # Alternate the two sides, so that a change in the machine's load hits both.
     direct, with_ray, without_startup, trial_seconds = [], [], [], {"direct": [], "ray": []}
-    save_seconds = []
+    save_seconds, cpu_direct, cpu_ray = [], [], []
     for repetition in range(settings.repetitions):
-        seconds, trials = run_directly(configs, settings.cache_dir)
+        seconds, trials, cpu = run_directly(configs, settings.cache_dir)
+        cpu_direct.append(cpu)
         direct.append(seconds)
         trial_seconds["direct"] += [trial["seconds"] for trial in trials]
         save_seconds += [trial["save_seconds"] for trial in trials]
@@ -145,6 +153,7 @@ def measure(settings: Settings) -> Outcome:
         ray_run = run_with_ray(configs, settings.cache_dir, storage, name)
         if ray_run["errors"]:
             raise RuntimeError(f"{ray_run['errors']} Ray trials failed; see {storage / name}")
+        cpu_ray.append(ray_run["cpu"])
         with_ray.append(ray_run["seconds"])
         without_startup.append(ray_run["seconds"] - ray_run["startup_seconds"])
         trial_seconds["ray"] += [trial["seconds"] for trial in ray_run["trials"]]
@@ -194,6 +203,7 @@ def measure(settings: Settings) -> Outcome:
         f"{settings.repetitions} repetitions, sides alternating; values are medians of the "
         "per-repetition ratios."
     )
+    outcome.notes.append(_cpu_table(cpu_direct, cpu_ray))
     if not row.met:
         startup = median([a - b for a, b in zip(with_ray, without_startup, strict=True)])
         per_trial = median(trial_seconds["ray"]) - median(trial_seconds["direct"])
@@ -211,3 +221,24 @@ def measure(settings: Settings) -> Outcome:
             "every epoch; they shrink relative to longer trials"
         )
     return outcome
+
+
+def _cpu_table(direct: list[dict[str, float]], with_ray: list[dict[str, float]]) -> str:
+    """Return a markdown table of CPU seconds per process role, median over repetitions."""
+    roles = list(dict.fromkeys(role for run in with_ray + direct for role in run))
+    lines = [
+        "CPU seconds by process (user + system, median over repetitions; the sampling thread "
+        "adds a little to the driver):",
+        "",
+        "| process | without Ray | with Ray |",
+        "|---|---|---|",
+    ]
+    for role in roles:
+        cells = []
+        for runs in (direct, with_ray):
+            values = [run[role] for run in runs if role in run]
+            cells.append(f"{median(values):.1f}" if values else "-")
+        lines.append(f"| {role} | {cells[0]} | {cells[1]} |")
+    totals = [median([sum(run.values()) for run in runs]) for runs in (direct, with_ray)]
+    lines.append(f"| total | {totals[0]:.1f} | {totals[1]:.1f} |")
+    return "\n".join(lines)

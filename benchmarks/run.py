@@ -29,6 +29,7 @@ from benchmarks import asha, loader, memory, ray_overhead, step  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     DEFAULT_WORK_DIR,
     LoadRecorder,
+    Outcome,
     Settings,
     json_line,
     machine_facts,
@@ -98,11 +99,16 @@ def main(argv: list[str] | None = None) -> int:
 
     load = LoadRecorder()
     started = time.perf_counter()
-    outcomes = []
+    outcomes, failed = [], []
     for name in names:
         logger.info("%s: starting (load average %.1f)", name, load.sample())
         measured_at = time.perf_counter()
-        outcome = MEASUREMENTS[name].measure(settings)
+        try:
+            outcome = MEASUREMENTS[name].measure(settings)
+        except Exception as err:  # one failed measurement must not lose the others
+            logger.exception("%s: failed", name)
+            outcome = Outcome(name, f"{name} (failed)", method=f"The measurement failed: {err!r}")
+            failed.append(name)
         outcome.seconds = time.perf_counter() - measured_at
         outcomes.append(outcome)
         logger.info("%s: done in %.0f s (load average %.1f)", name, outcome.seconds, load.sample())
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = {key: value for outcome in outcomes for key, value in outcome.keys.items()}
     keys["load_average"] = load.samples and sorted(load.samples)[len(load.samples) // 2]
     keys["seconds"] = round(total_seconds)
+    if failed:
+        keys["failed"] = failed
     line = json_line(keys)
 
     print()
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(output, text)
         print(f"wrote {output}")
     print(line)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
