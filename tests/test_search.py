@@ -384,3 +384,29 @@ def test_search_with_uri_storage_writes_local_tables(env, tiny_data, tmp_path):
     assert (storage / "remote" / "search.json").is_file()
     assert len(pd.read_parquet(workdir / "runs" / "remote" / "trials.parquet")) == 2
     assert not list((workdir / "runs" / "remote").glob("*/checkpoint_*"))
+
+
+def test_search_final_writes_submission(env, tiny_data, tmp_path):
+    completed = subprocess.run(
+        search_command(
+            "--data",
+            str(tiny_data),
+            "--samples",
+            "1",
+            "--max-epochs",
+            "1",
+            "--storage",
+            str(tmp_path / "runs"),
+            "--name",
+            "with-final",
+            "--final",
+        ),  # fmt: skip
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    submission = pd.read_csv(tmp_path / "final" / "with-final" / "submission.csv")
+    assert sorted(submission["Id"]) == [f"t{index}" for index in range(6)]
