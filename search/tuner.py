@@ -176,7 +176,12 @@ def build_tuner(
 
 
 def restore_tuner(path: str, dataset: Dataset, cpus: float, gpus: float) -> tune.Tuner:
-    """Continue an experiment: finished trials stay, searcher and scheduler state are restored."""
+    """Continue an experiment: finished trials stay, searcher and scheduler state are restored.
+
+    NOTE: a SIGKILL while Ray Tune uploads its experiment state can leave that state torn (the
+    trial list newer than the searcher's state), and Ray restores it as it finds it, so the
+    resumed search may run one trial more or fewer. RELIABILITY.md describes the cases seen.
+    """
     return tune.Tuner.restore(
         path,
         trainable=build_trainable(dataset, cpus, gpus),

@@ -45,6 +45,10 @@ from trainable.errors import UserError
 SAMPLES = 5
 MAX_EPOCHS = 3
 FINISHED = {"completed", "stopped_by_asha"}
+# Seconds to wait after a new result appears before killing the driver. Ray Tune uploads its
+# experiment state (a few small files, milliseconds on a local disk) after each trial checkpoint
+# and at least 10 s apart otherwise, and the trial's next checkpoint (90-190 MB) takes longer.
+STATE_UPLOAD_SETTLE_S = 0.5
 WORKER_TITLE = "ray::ImplicitFunc"  # process title of a Ray Tune function trial's actor
 # Base config of the in-process Tuner runs: small and fast on 8x8 images.
 BASE_CONFIG = {
@@ -340,6 +344,10 @@ def interrupted_twice(env, tiny_data, tmp_path_factory) -> dict[str, Any]:
     try:
         running = wait_for(new_trial_mid_run, timeout=300)
         assert running, "the resumed search started no trial"
+        # The result just seen arrived with Ray's upload of the experiment state. Waiting lets
+        # that upload finish, so the kill lands while the trial trains. A kill during the
+        # upload can leave a torn state, a Ray Tune limitation that RELIABILITY.md describes.
+        time.sleep(STATE_UPLOAD_SETTLE_S)
         children = descendants(process.pid)
         process.kill()
         stdout, stderr = process.communicate(timeout=60)
