@@ -222,9 +222,13 @@ def competition_folder(work_dir: Path, count: int = TRAIN_IMAGES, size: int = IM
     (temp / "test").mkdir(parents=True, exist_ok=True)
     ids = [f"img{index:06d}" for index in range(count)]
     labels = []
-    # In chunks, because synthetic_images works in float64 (38 KB per 40x40 image).
-    for start in range(0, count + TEST_IMAGES, GENERATION_CHUNK):
-        stop = min(start + GENERATION_CHUNK, count + TEST_IMAGES)
+    # In chunks, because synthetic_images works in float64 (38 KB per 40x40 image). No chunk
+    # spans both splits, so each split keeps the class balance of its chunks.
+    chunks = [
+        (start, min(start + GENERATION_CHUNK, count)) for start in range(0, count, GENERATION_CHUNK)
+    ]
+    chunks.append((count, count + TEST_IMAGES))
+    for start, stop in chunks:
         images, chunk_labels = synthetic_images(stop - start, size, NUM_CLASSES, seed=start)
         labels.extend(chunk_labels.tolist())
         for index, pixels in zip(range(start, stop), images, strict=True):

@@ -8,8 +8,8 @@ For ModResNet18 (depth 18, cifar stem) and ResNet50 (cifar stem) at 40x40, batch
 - report-style: a DataLoader whose workers PIL-open each JPEG and run torchvision transforms,
   then an fp32 step on the GPU.
 Both use crop with padding and horizontal flip. The data is generated here (JPEGs in a
-temporary folder), so nothing is downloaded. ``--tiny`` shrinks everything so the script runs
-on a CPU in about a minute, to check the code, not to measure.
+temporary folder), so nothing is downloaded. ``--tiny`` shrinks everything so that the script
+runs on a CPU in minutes, to check the code, not to measure.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tiny",
         action="store_true",
-        help="16x16 images, 192 of them, batch 32, one epoch: a CPU check of the code",
+        help="8x8 images, 400 of them (2 per class), batch 64, one epoch: a CPU check of the code",
     )
     parser.add_argument("--images", type=int, help="training images (default: 10,240)")
     parser.add_argument("--epochs", type=int, help="timed epochs per path (default: 3)")
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    size, images, batch, epochs = (16, 192, 32, 1) if args.tiny else (40, 10_240, 256, 3)
+    size, images, batch, epochs = (8, 400, 64, 1) if args.tiny else (40, 10_240, 256, 3)
     images = args.images or images
     epochs = args.epochs or epochs
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

@@ -203,6 +203,16 @@ def measure(settings: Settings) -> Outcome:
         f"{settings.repetitions} repetitions, sides alternating; values are medians of the "
         "per-repetition ratios."
     )
+    cpu_totals = [median([sum(run.values()) for run in runs]) for runs in (cpu_direct, cpu_ray)]
+    outcome.rows.append(
+        Row(
+            "CPU seconds with Ray / without Ray",
+            cpu_totals[1] / cpu_totals[0],
+            "",
+            detail=f"{cpu_totals[1]:.0f} / {cpu_totals[0]:.0f} s, all processes of each side; "
+            "less sensitive to other jobs than wall time",
+        )
+    )
     outcome.notes.append(_cpu_table(cpu_direct, cpu_ray))
     if not row.met:
         startup = median([a - b for a, b in zip(with_ray, without_startup, strict=True)])
