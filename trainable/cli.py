@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from trainable.errors import UserError
+from trainable.errors import NonFiniteLossError, UserError
 
 __all__ = ["USAGE_ERROR", "ArgumentParser", "UserError", "run_main", "setup_logging"]
 
@@ -29,6 +29,9 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv=None) -> N
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -23,6 +23,7 @@ from torch import nn
 from trainable.augment import AugmentSpec, BatchAugment, normalize
 from trainable.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainable.config import TrainConfig
+from trainable.errors import NonFiniteLossError
 from trainable.model import build_model
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,6 @@ EVAL_BATCH_SIZE = 1024
 GPU_DATASET_SHARE = 0.25
 # Channel statistics are estimated on at most this many training images.
 STATISTICS_SAMPLE = 10_000
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite, so the run cannot continue."""
 
 
 @dataclass(frozen=True)
