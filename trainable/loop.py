@@ -354,13 +354,24 @@ def load_weights(model: nn.Module, path: str | Path, config: TrainConfig) -> Non
 
 
 def channel_statistics(images: np.ndarray, indices: np.ndarray) -> tuple[tuple, tuple]:
-    """Return per-channel mean and std in 0..1 units, estimated on up to 10,000 training images."""
+    """Return per-channel mean and std in 0..1 units, estimated on up to 10,000 training images.
+
+    Sums are accumulated over chunks of images, so the float64 temporaries stay small.
+    """
     step = max(1, len(indices) // STATISTICS_SAMPLE)
-    sample = np.take(images, np.sort(indices[::step]), axis=0).reshape(-1, 3)
-    mean = sample.mean(axis=0, dtype=np.float64) / 255.0
-    std = sample.std(axis=0, dtype=np.float64) / 255.0
-    std = np.maximum(std, 1e-3)  # a constant channel (grayscale images) must not divide by 0
-    return tuple(float(x) for x in mean), tuple(float(x) for x in std)
+    sample = np.sort(indices[::step])
+    total = np.zeros(3)
+    total_squares = np.zeros(3)
+    for start in range(0, len(sample), 1000):
+        pixels = np.take(images, sample[start : start + 1000], axis=0).reshape(-1, 3)
+        pixels = pixels.astype(np.float64)
+        total += pixels.sum(axis=0)
+        total_squares += np.square(pixels).sum(axis=0)
+    count = len(sample) * images.shape[1] * images.shape[2]
+    mean = total / count
+    variance = np.maximum(total_squares / count - mean**2, 0.0)
+    std = np.maximum(np.sqrt(variance) / 255.0, 1e-3)  # a constant channel must not divide by 0
+    return tuple(float(x) for x in mean / 255.0), tuple(float(x) for x in std)
 
 
 def augment_spec(config: TrainConfig) -> AugmentSpec:
