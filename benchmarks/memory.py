@@ -314,13 +314,16 @@ def _statistics_profile(dataset: SimpleNamespace) -> str:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     sample = len(train_idx[:: max(1, len(train_idx) // 10_000)])
-    return (
-        "A transient that a trial's peak can hide: trainable.loop.channel_statistics over "
-        f"{len(train_idx):,} training images allocates {peak / MIB:,.0f} MiB at its peak "
-        f"(tracemalloc), for a sample of {sample:,} images "
-        f"({sample * IMAGE_SIZE * IMAGE_SIZE * 3 / MIB:,.0f} MiB as uint8): np.take copies the "
-        "sample and numpy's std subtracts the mean into a float64 array 8 times its size. "
-        "Here the CPU training step's own peak (activations) is higher, so the key does not "
-        "show it; in a GPU trial, whose activations live on the GPU, it would be the trial "
-        "process's host-memory peak."
+    sample_bytes = sample * IMAGE_SIZE * IMAGE_SIZE * 3
+    text = (
+        f"trainable.loop.channel_statistics over {len(train_idx):,} training images allocates "
+        f"{peak / MIB:,.0f} MiB at its peak (tracemalloc) for a sample of {sample:,} images "
+        f"({sample_bytes / MIB:,.0f} MiB as uint8)."
     )
+    if peak > 2 * sample_bytes:
+        text += (
+            " That transient is larger than the sample itself. Here the CPU training step's "
+            "own peak (activations) is higher, so the key does not show it. In a GPU trial, "
+            "whose activations live on the GPU, it can be the trial process's host-memory peak."
+        )
+    return text
