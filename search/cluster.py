@@ -97,9 +97,18 @@ def start_or_connect(address: str | None, dashboard_host: str, dashboard_port: i
         try:
             context = ray.init(address=address, logging_level=logging.WARNING)
         except ConnectionError as err:
+            if os.environ.get("RAY_AUTH_MODE") is None:
+                # Ray 2.60's 'ray start --head' turns token authentication on, and a client
+                # sends the token only when RAY_AUTH_MODE=token.
+                hint = (
+                    "if the cluster was started with 'ray start', it requires token "
+                    f"authentication: export RAY_AUTH_MODE=token (the token is in {TOKEN_PATH})"
+                )
+            else:
+                hint = "start one with 'ray start --head'"
             raise UserError(
                 f"cannot connect to a Ray cluster at --address {address}: "
-                f"{str(err).splitlines()[0]}; start one with 'ray start --head'"
+                f"{str(err).splitlines()[0]}; {hint}"
             ) from None
     else:
         # "local" starts a new instance: with no address, ray.init would join any cluster

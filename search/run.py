@@ -129,9 +129,10 @@ def budget_text(budget: Budget, space: SearchSpace) -> str:
 
 def _finish(experiment: str, options: SearchOptions, budget: Budget, trials: int) -> int:
     """Print the leaderboard, ASHA's savings and how to retrain; write tables and best.json."""
-    from results.experiment import write_tables
+    from results.experiment import read_experiment, write_tables
     from results.export import export_best, write_best
     from results.leaderboard import asha_savings_line, leaderboard_text
+    from results.plots import write_plots
 
     folder = Path(experiment)
     if storage.is_uri(experiment):
@@ -139,7 +140,9 @@ def _finish(experiment: str, options: SearchOptions, budget: Budget, trials: int
         # record); checkpoints stay in the storage.
         folder = storage.copy_results_to_local(experiment, Path(DEFAULT_STORAGE) / folder.name)
         print(f"copied the results of {experiment} to {folder}")
-    _, trial_table = write_tables(folder)
+    experiment_data = read_experiment(folder)
+    _, trial_table = write_tables(experiment_data)
+    plots = write_plots(experiment_data)
     # Counted from the table, not from Tune: a trial whose loss diverged ends without raising,
     # so Tune counts it as finished, and the table shows it as an error.
     errors = int((trial_table["status"] == "error").sum())
@@ -155,6 +158,7 @@ def _finish(experiment: str, options: SearchOptions, budget: Budget, trials: int
         f"{best['epoch']}"
     )
     print(f"wrote {folder / 'results.parquet'}, {folder / 'trials.parquet'} and {best_path}")
+    print(f"plots: {', '.join(str(path) for path in plots)}")
     retrain = f"python -m trainable.final --config {shlex.quote(str(best_path))}"
     print(f"retrain the best trial and write submission.csv: {retrain}")
     if trials < budget.samples and not options.final:
@@ -168,10 +172,10 @@ def _finish(experiment: str, options: SearchOptions, budget: Budget, trials: int
 
 
 def _resume_command(options: SearchOptions) -> str:
-    parts = ["python -m search.run", "--name", options.experiment_name(), "--resume"]
+    arguments = ["--name", options.experiment_name(), "--resume"]
     if options.storage != DEFAULT_STORAGE:
-        parts += ["--storage", options.storage]
-    return " ".join(shlex.quote(part) if " " in part else part for part in parts)
+        arguments += ["--storage", options.storage]
+    return " ".join(["python -m search.run", *(shlex.quote(part) for part in arguments)])
 
 
 def _check_experiment_folder(experiment: str, options: SearchOptions) -> dict[str, Any] | None:

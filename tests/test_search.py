@@ -143,6 +143,12 @@ def test_search_digits_writes_tables(digits_search):
     assert len(trials) == 6
 
 
+@pytest.mark.parametrize("name", ["learning_curves.png", "asha_rungs.png", "param_importance.png"])
+def test_search_digits_writes_plots(digits_search, name):
+    _, experiment = digits_search
+    assert (experiment / "plots" / name).stat().st_size > 10_000
+
+
 def test_search_digits_prints_retrain_command(digits_search):
     completed, experiment = digits_search
     assert f"python -m trainable.final --config {experiment / 'best.json'}" in completed.stdout
@@ -249,7 +255,7 @@ def test_dashboard_accepts_request_with_token(interrupted):
 
 def test_interrupted_search_prints_resume_command(interrupted):
     _, stdout, _ = interrupted["first"]
-    assert "--name resumable --resume" in stdout
+    assert "continue with: python -m search.run --name resumable --resume" in stdout
 
 
 def test_interrupted_search_left_trials_to_run(interrupted):
