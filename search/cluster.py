@@ -21,7 +21,7 @@ TOKEN_PATH = Path("~/.ray/auth_token")
 
 @dataclass(frozen=True)
 class ClusterInfo:
-    """What the search can use: alive nodes and their resources."""
+    """Alive nodes of the cluster and their resources, as the search sees them."""
 
     nodes: int
     cpus: float

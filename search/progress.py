@@ -54,8 +54,8 @@ class EpochLines(tune.Callback):
         if isinstance((trial.last_result or {}).get("error"), str):
             return  # on_trial_result printed why the trial failed
         epochs = (trial.last_result or {}).get("epoch", 0)
-        how = "completed" if epochs >= self.max_epochs else "stopped by the scheduler"
-        self._print(trial.trial_id, f"{how} after {epochs} epochs")
+        outcome = "completed" if epochs >= self.max_epochs else "stopped by the scheduler"
+        self._print(trial.trial_id, f"{outcome} after {epochs} epochs")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._print(trial.trial_id, "failed; its error is in the trial folder's error.txt")
