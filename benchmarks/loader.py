@@ -123,8 +123,8 @@ class FastPath:
 def cpu_seconds() -> float:
     """Return the CPU time of this process and of its exited children (DataLoader workers)."""
     total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
+    for scope in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(scope)
         total += usage.ru_utime + usage.ru_stime
     return total
 
