@@ -21,7 +21,7 @@ TOKEN_PATH = Path("~/.ray/auth_token")
 
 @dataclass(frozen=True)
 class ClusterInfo:
-    """Alive nodes of the cluster and their resources, as the search sees them."""
+    """Alive nodes of the cluster and their resources."""
 
     nodes: int
     cpus: float

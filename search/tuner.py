@@ -134,7 +134,8 @@ def run_config(name: str, storage: str, max_failures: int, max_epochs: int) -> t
     return tune.RunConfig(
         name=name,
         storage_path=storage,
-        # Ray always keeps the newest checkpoint too, so resuming never loses an epoch.
+        # Ray 2.60's checkpoint manager keeps the newest checkpoint besides the best one, so a
+        # resume starts after the last reported epoch.
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
         ),

@@ -49,7 +49,7 @@ class UnknownSpaceError(UserError):
 
 @dataclass(frozen=True)
 class SpaceContext:
-    """What a space needs to know about the search it serves."""
+    """Settings of the search that a space builds its trials from."""
 
     max_epochs: int
     seed: int = 0

@@ -132,7 +132,7 @@ def test_train_existing_out_without_resume_exits_2(preset_run, env, tmp_path: Pa
     result = run_train(["--preset", "modresnet", "--epochs", "1", "--out", str(out)], env, tmp_path)
 
     assert result.returncode == 2
-    assert_one_error_line(result, f"output folder {out} already holds a run")
+    assert_one_error_line(result, f"output folder {out} already contains a run")
     after = {name: (out / name).read_bytes() for name in os.listdir(out)}
     assert after == before
 

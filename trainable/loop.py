@@ -277,7 +277,7 @@ class Trainer:
         self.mean, self.std = tuple(state["mean"]), tuple(state["std"])
         self.augment = BatchAugment(augment_spec(self.config), self.mean, self.std)
         if self.config.scheduler == "cosine":
-            # The saved optimizer holds the lr of the saved run's schedule; a run resumed with
+            # The saved optimizer contains the lr of the saved run's schedule; a run resumed with
             # more epochs continues on its own, longer curve.
             for group, base_lr in zip(
                 self.optimizer.param_groups, self.scheduler.base_lrs, strict=True

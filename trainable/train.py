@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint = out / CHECKPOINT_NAME
     if checkpoint.exists() and not args.resume:
         raise UserError(
-            f"output folder {out} already holds a run; pass --resume to continue it "
+            f"output folder {out} already contains a run; pass --resume to continue it "
             "or choose another --out"
         )
     if args.resume and not checkpoint.exists():

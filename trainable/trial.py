@@ -47,7 +47,7 @@ def train_trial(
             trainer.resume(Path(folder) / CHECKPOINT_NAME)
         logger.info("trial resumed after epoch %d", trainer.epoch)
 
-    # Several nodes of one machine share an IP address, so the node id tells where a trial ran.
+    # Several nodes of one machine share an IP address, so the node id identifies where a trial ran.
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict[str, float], trainer: Trainer) -> None:
